@@ -1,0 +1,41 @@
+"""Writing files so that an interrupted run never leaves half a file behind.
+
+Every output of the kit (CSV, model, cache, report, run metadata) goes to a
+temporary name in the same folder and is renamed into place, which is atomic
+on POSIX file systems.
+"""
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path, overwrite=True):
+    """Yield a temporary path next to `path`; move it onto `path` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        if not overwrite and path.exists():
+            raise FileExistsError(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path, text, overwrite=True):
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path, obj, overwrite=True):
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", overwrite)
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
