@@ -26,15 +26,23 @@ from .features import FeatureCache
 from .fileio import write_json, write_text
 
 keras = tf.keras
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.25, 8.0
 
 
 # ---------------------------------------------------------------- run folders
 
 def run_name(cfg):
+    """RUN= if given, else a timestamp and the mode; never the name of an existing run."""
     if cfg.run:
         return cfg.run
     mode = "full" if cfg.full else f"n{cfg.num_images}"
-    return time.strftime("%Y%m%d-%H%M%S") + f"-{mode}" + ("-ft" if cfg.fine_tune else "")
+    name = time.strftime("%Y%m%d-%H%M%S") + f"-{mode}" + ("-ft" if cfg.fine_tune else "")
+    taken = lambda n: (Path(cfg.runs_dir) / n).exists()  # noqa: E731
+    suffix = 2
+    unique = name
+    while taken(unique):
+        unique, suffix = f"{name}-{suffix}", suffix + 1
+    return unique
 
 
 def open_run_dir(cfg):
@@ -68,20 +76,28 @@ def callbacks(run_dir, cfg, monitor="val_loss", early_stop=True):
 
 # ---------------------------------------------------------------- calibration
 
+def log_probs(probs):
+    return np.log(np.maximum(probs, 1e-45))  # float32 softmax underflows to 0 below ~1e-45
+
+
 def fit_temperature(probs, y):
-    """The T minimising log loss of softmax(log(p) / T) on labeled data (T > 1 softens)."""
-    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    """The T minimising log loss of softmax(log(p) / T) on labeled data (T > 1 softens).
+
+    T is kept in [MIN_TEMPERATURE, MAX_TEMPERATURE]: a small validation split that the
+    head gets all right would otherwise ask for near-zero T, i.e. certainty.
+    """
+    logp = log_probs(probs)
     labels = np.arange(probs.shape[1])
 
     def loss(log_t):
         return log_loss(y, softmax(logp / np.exp(log_t), axis=1), labels=labels)
 
-    best = minimize_scalar(loss, bounds=(-3.0, 3.0), method="bounded")
+    best = minimize_scalar(loss, bounds=(np.log(MIN_TEMPERATURE), np.log(MAX_TEMPERATURE)), method="bounded")
     return float(np.exp(best.x))
 
 
 def scale(probs, temperature):
-    return softmax(log_softmax(np.log(np.clip(probs, 1e-12, 1.0)), axis=1) / temperature, axis=1)
+    return softmax(log_softmax(log_probs(probs), axis=1) / temperature, axis=1)
 
 
 def evaluate_probs(probs, y, num_classes):

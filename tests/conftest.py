@@ -128,7 +128,6 @@ def cli(capsys):
     def run(*args):
         code = main([str(a) for a in args])
         out, err = capsys.readouterr()
-        sys.stdout.write(out)
         return code, out, err
 
     return run
