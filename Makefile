@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+STAMP  ?= $(VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -49,12 +50,12 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install -r requirements.txt
 	touch $@
 
-setup: $(VENV)/.installed ## create .venv with the pinned requirements
+setup: $(STAMP) ## create .venv with the pinned requirements
 
-$(DATA_DIR)/.verified.json: | $(VENV)/.installed
+$(DATA_DIR)/.verified.json: | $(STAMP)
 	$(PY) -m dogvision data $(ARGS)
 
-data: $(VENV)/.installed ## download (or KAGGLE_ZIP=...), unpack and verify the data
+data: $(STAMP) ## download (or KAGGLE_ZIP=...), unpack and verify the data
 	$(PY) -m dogvision data $(ARGS)
 
 show: data ## write runs/batch.png, a 5x5 grid of a training batch
@@ -69,19 +70,22 @@ $(LATEST): | $(DATA_DIR)/.verified.json
 submission: $(DATA_DIR)/.verified.json $(TRAINED) ## predict test photos into submissions/<run>.csv
 	$(PY) -m dogvision submission $(ARGS)
 
-validate: | $(VENV)/.installed ## check a submission: make validate CSV=submissions/x.csv
+validate: | $(STAMP) ## check a submission: make validate CSV=submissions/x.csv
 	$(PY) -m dogvision validate $(CSV) $(ARGS)
 
-submit: | $(VENV)/.installed ## validate, then submit to Kaggle (CSV=..., MESSAGE=...)
+submit: | $(STAMP) ## validate, then submit to Kaggle (CSV=..., MESSAGE=...)
 	$(PY) -m dogvision submit $(ARGS) $(if $(CSV),--csv "$(CSV)") $(if $(MESSAGE),--message "$(MESSAGE)")
 
-runs: | $(VENV)/.installed ## list finished runs with their validation metrics
+runs: | $(STAMP) ## list finished runs with their validation metrics
 	$(PY) -m dogvision runs $(ARGS)
 
-tensorboard: | $(VENV)/.installed ## TensorBoard over every run's logs
+tensorboard: | $(STAMP) ## TensorBoard over every run's logs
 	$(VENV)/bin/tensorboard --logdir $(RUNS_DIR)
 
-test: | $(VENV)/.installed ## run the test suite (offline, no ../shared needed)
+bench: $(DATA_DIR)/.verified.json ## time ours vs the course's pipeline on the same photos (writes runs/bench/bench.md)
+	$(PY) -m dogvision bench $(ARGS)
+
+test: | $(STAMP) ## run the test suite (offline, no ../shared needed)
 	$(PY) -m pytest -q tests
 
 clean-venv: ## remove .venv (data, runs and submissions are kept)

@@ -47,6 +47,11 @@ def cmd_submit(cfg, args):
     kaggle_io.submit(csv, args.message or f"DogVision {csv.stem}")
 
 
+def cmd_bench(cfg, args):
+    from .bench import bench
+    bench(cfg)
+
+
 def cmd_runs(cfg, args):
     from .predict import list_runs, load_run
     for name in list_runs(cfg.runs_dir):
@@ -63,6 +68,7 @@ COMMANDS = {
     "submission": (cmd_submission, "predict the test photos into submissions/<run>.csv"),
     "validate": (cmd_validate, "check a submission CSV against sample_submission.csv"),
     "submit": (cmd_submit, "validate, then send a CSV to Kaggle"),
+    "bench": (cmd_bench, "time our pipeline against the course's on the same photos (a benchmark)"),
     "runs": (cmd_runs, "list finished runs and their validation metrics"),
 }
 

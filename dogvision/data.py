@@ -221,6 +221,8 @@ def is_readable(path):
 
 
 def find_unreadable(paths, desc="Checking photos"):
+    if not paths:
+        return []
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         ok = list(tqdm(pool.map(is_readable, paths), total=len(paths), desc=desc, unit="photo", leave=False))
     return [str(p) for p, good in zip(paths, ok) if not good]

@@ -1,0 +1,228 @@
+"""`make bench`: our pipeline against the course's, on the same photos, in one run.
+
+A benchmark, not a test. Labeled photos are split into a held-in part (what
+"all labeled photos" is for FULL) and a held-back part with known labels (the
+"test photos"), so that test log loss can be measured. Each pipeline runs as its
+own process, timed from outside with its peak memory (ru_maxrss):
+
+- floor:  the backbone alone on random tensors, batch 32: one pass over every
+          held-in and held-back photo at that rate;
+- ours:   `python -m dogvision train FULL=1` + `submission` (cached features,
+          flip TTA, temperature, refit on all) from an empty feature cache;
+- course: backbone re-run every epoch (CACHE_FEATURES=0), Adam defaults, no
+          regularisation; the 1,000-photo experiment stops on val_accuracy, the
+          full-data run on (training) accuracy, as in the course.
+
+Prints a table and writes it as Markdown to runs/bench/bench.md.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import data
+from .config import Config
+from .fileio import write_json, write_text
+
+BENCH_DIR = Path("runs/bench")
+
+
+def make_bench_data(cfg, root, test_fraction=0.25):
+    """A Kaggle-layout folder of symlinks: held-in photos as train/, held-back as test/."""
+    from sklearn.model_selection import train_test_split
+
+    labels, breeds = data.load_labeled(cfg)
+    held_in, held_back = train_test_split(labels, test_size=test_fraction, random_state=cfg.seed,
+                                          stratify=labels["label"])
+    root.mkdir(parents=True, exist_ok=True)
+    for kind, frame in (("train", held_in), ("test", held_back)):
+        (root / kind).mkdir(exist_ok=True)
+        for photo_id, path in zip(frame["id"], frame["path"]):
+            link = root / kind / f"{photo_id}.jpg"
+            if not link.exists():
+                link.symlink_to(Path(path).resolve())
+    held_in[["id", "breed"]].to_csv(root / "labels.csv", index=False)
+    sample = pd.DataFrame({"id": held_back["id"].values, **{b: 1 / len(breeds) for b in breeds}})
+    sample.to_csv(root / "sample_submission.csv", index=False)
+    held_back[["id", "breed"]].to_csv(root.parent / "test_labels.csv", index=False)
+    write_json(root / data.MARKER, data.verify(root, cfg.num_breeds, decode=False))
+    return held_in, held_back, breeds
+
+
+def timed(cmd, env=None):
+    """Run a command; return (seconds, peak RSS in MB, stdout)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Result:" in line or "Wrote" in line or "Error" in line or "course" in line:
+            print("   ", line.rstrip())
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed:\n" + "".join(lines[-30:]))
+    return seconds, usage.ru_maxrss / 1024, "".join(lines)
+
+
+def floor_rate(handle, image_size, batch_size=32, photos=320):
+    """Photos/s of the backbone alone on random tensors (the same tf.function call as ours)."""
+    import tensorflow as tf
+
+    from .model import load_backbone
+
+    backbone = load_backbone(handle)
+    embed = tf.function(lambda x: backbone(x, training=False))
+    x = tf.random.uniform([batch_size, image_size, image_size, 3])
+    embed(x)
+    start = time.perf_counter()
+    for _ in range(photos // batch_size):
+        embed(x).numpy()
+    return photos / (time.perf_counter() - start)
+
+
+def score(probs, frame, breeds):
+    from sklearn.metrics import accuracy_score, log_loss
+
+    y = frame["breed"].map({b: i for i, b in enumerate(breeds)}).values
+    return accuracy_score(y, probs.argmax(1)), log_loss(y, probs, labels=range(len(breeds)))
+
+
+# ---------------------------------------------------------------- the course's pipeline
+
+def course(args):
+    """The course: hub layer + Dense softmax, photos through the backbone every epoch."""
+    import tensorflow as tf
+
+    from . import model
+
+    cfg = Config(data_dir=args.data_dir, model_handle=args.model_handle, num_images=args.num_images,
+                 full=args.full, num_breeds=args.num_breeds, l2=0.0, dropout=0.0, learning_rate=1e-3)
+    labels, breeds = data.load_labeled(cfg)
+    train_df, val_df = data.split(labels, cfg)
+    if cfg.full:
+        train_df, val_df = labels, None
+    tf.keras.utils.set_random_seed(cfg.seed)
+    backbone = model.load_backbone(cfg.model_handle)
+    head = model.build_head(model.feature_size(backbone, cfg.image_size), len(breeds), cfg)
+    net = model.build_model(backbone, head, cfg.image_size)
+    model.compile_model(net, cfg.learning_rate)
+
+    def dataset(frame, shuffle=False):
+        return data.make_dataset(frame["path"], frame["label"].values, len(breeds), cfg.image_size,
+                                 cfg.batch_size, shuffle=shuffle, seed=cfg.seed)
+
+    monitor = "accuracy" if cfg.full else "val_accuracy"
+    stop = tf.keras.callbacks.EarlyStopping(monitor=monitor, patience=3)
+    history = net.fit(dataset(train_df, True), validation_data=None if cfg.full else dataset(val_df),
+                      epochs=cfg.num_epochs, callbacks=[stop], verbose=2)
+    result = {"epochs": len(history.history["loss"])}
+    if not cfg.full:
+        acc, loss = score(net.predict(dataset(val_df), verbose=0), val_df, breeds)
+        result.update(val_accuracy=acc, val_log_loss=loss)
+    else:
+        test = data.load_test(cfg)
+        probs = net.predict(data.make_dataset(test["path"], image_size=cfg.image_size,
+                                              batch_size=cfg.batch_size), verbose=0)
+        np.save(args.out + ".npy", probs)
+    print(f"course result: {result}")
+    write_json(args.out, result)
+
+
+# ---------------------------------------------------------------- the benchmark
+
+def bench(cfg):
+    import shutil
+
+    if BENCH_DIR.exists():
+        shutil.rmtree(BENCH_DIR)  # the bench's own scratch folder, remade every time
+    root = BENCH_DIR / "data"
+    held_in, held_back, breeds = make_bench_data(cfg, root)
+    py = [sys.executable, "-m", "dogvision"]
+    common = ["--model-handle", cfg.model_handle, "--num-breeds", str(cfg.num_breeds),
+              "--image-size", str(cfg.image_size), "--batch-size", str(cfg.batch_size)]
+    rows = {}
+
+    print(f"Bench on {len(held_in)} held-in + {len(held_back)} held-back photos, backbone {cfg.model_handle}")
+    rate = floor_rate(cfg.model_handle, cfg.image_size)
+    floor = (len(held_in) + len(held_back)) / rate
+    print(f"floor: backbone alone {rate:.1f} photos/s -> {floor:.1f} s for one pass over all photos")
+
+    for label, full in (("1,000-photo experiment", False), ("FULL + test prediction", True)):
+        mode = ["--full", "1"] if full else ["--num-images", str(cfg.num_images)]
+        where = ["--data-dir", str(root), "--runs-dir", str(BENCH_DIR / "runs"),
+                 "--cache-dir", str(BENCH_DIR / f"cache-{int(full)}"),
+                 "--submissions-dir", str(BENCH_DIR / "submissions")]
+        print(f"[{label}] ours")
+        t_train, mem_train, _ = timed(py + ["train", *common, *where, *mode])
+        run = (BENCH_DIR / "runs" / ("LATEST_FULL" if full else "LATEST")).read_text().strip()
+        metrics = json.loads((BENCH_DIR / "runs" / run / "metrics.json").read_text())
+        ours = {"seconds": t_train, "mem": mem_train, "epochs": metrics["best_epoch"],
+                "val_accuracy": metrics["val_accuracy"], "val_log_loss": metrics["val_log_loss"]}
+        if full:
+            t_pred, mem_pred, _ = timed(py + ["submission", *common, *where, "--run", run])
+            sub = pd.read_csv(BENCH_DIR / "submissions" / f"{run}.csv")
+            ours.update(seconds=t_train + t_pred, mem=max(mem_train, mem_pred))
+            ours["test_accuracy"], ours["test_log_loss"] = score(sub[breeds].to_numpy(), held_back, breeds)
+        print(f"[{label}] course")
+        out = str(BENCH_DIR / f"course-{int(full)}.json")
+        t_course, mem_course, _ = timed([sys.executable, "-m", "dogvision.bench", "course",
+                                         "--data-dir", str(root), "--model-handle", cfg.model_handle,
+                                         "--num-images", str(cfg.num_images), "--full", str(int(full)),
+                                         "--num-breeds", str(cfg.num_breeds), "--out", out])
+        course_result = json.loads(Path(out).read_text())
+        theirs = {"seconds": t_course, "mem": mem_course, **course_result}
+        if full:
+            theirs["test_accuracy"], theirs["test_log_loss"] = score(np.load(out + ".npy"), held_back, breeds)
+        rows[label] = (ours, theirs)
+
+    table = format_table(rows, rate, floor, len(held_in), len(held_back))
+    print(table)
+    write_text(BENCH_DIR / "bench.md", table + "\n")
+    return table
+
+
+def format_table(rows, rate, floor, n_in, n_back):
+    def f(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    lines = [f"Backbone alone (floor): {rate:.1f} photos/s at batch 32; one pass over the "
+             f"{n_in} held-in + {n_back} held-back photos = {floor:.1f} s.", "",
+             "| run | pipeline | wall s | course / ours | ours / floor | epochs | val acc | val log loss "
+             "| test acc | test log loss | test log loss ours / course | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, (ours, theirs) in rows.items():
+        speedup = theirs["seconds"] / ours["seconds"]
+        ratio = (f(ours["test_log_loss"] / theirs["test_log_loss"], ".2f")
+                 if "test_log_loss" in ours else "-")
+        for name, r in (("ours", ours), ("course", theirs)):
+            over_floor = f(r["seconds"] / floor, ".2f") if "test_log_loss" in r and name == "ours" else "-"
+            lines.append(f"| {label} | {name} | {r['seconds']:.0f} | {f(speedup, '.1f') if name == 'ours' else ''} "
+                         f"| {over_floor} | {r.get('epochs', '-')} | {f(r.get('val_accuracy'), '.3f')} "
+                         f"| {f(r.get('val_log_loss'), '.3f')} | {f(r.get('test_accuracy'), '.3f')} "
+                         f"| {f(r.get('test_log_loss'), '.3f')} | {ratio if name == 'ours' else ''} | {r['mem']:.0f} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="python -m dogvision.bench")
+    sub = parser.add_subparsers(dest="role", required=True)
+    c = sub.add_parser("course", help="run the course's pipeline (used by the bench)")
+    c.add_argument("--data-dir", required=True)
+    c.add_argument("--model-handle", required=True)
+    c.add_argument("--num-images", type=int, default=1000)
+    c.add_argument("--full", type=int, default=0)
+    c.add_argument("--num-breeds", type=int, default=120)
+    c.add_argument("--out", required=True)
+    args = parser.parse_args()
+    course(args)
+
+
+if __name__ == "__main__":
+    main()
