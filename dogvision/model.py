@@ -4,6 +4,7 @@ The head is a separate Keras model on the backbone's features, so the same head
 serves training on cached features (the fast default) and the end-to-end model
 (fine-tuning, the course's pipeline), which simply stacks backbone and head.
 """
+import os
 import re
 from pathlib import Path
 
@@ -26,11 +27,36 @@ def resolve_handle(handle):
     return str(path.resolve())
 
 
+class Backbone(hub.KerasLayer):
+    """hub.KerasLayer whose trainable variables can be narrowed to its top layers.
+
+    A hub.KerasLayer is one opaque SavedModel: trainable=True makes every variable
+    trainable. Fine-tuning wants only the top ones, so `trainable_names` (when set)
+    filters the variables that Keras' optimizer sees.
+    """
+
+    trainable_names = None
+
+    @property
+    def trainable_weights(self):
+        weights = super().trainable_weights
+        if self.trainable_names is None:
+            return weights
+        return [w for w in weights if w.name in self.trainable_names]
+
+    @property
+    def non_trainable_weights(self):
+        frozen = []
+        if self.trainable and self.trainable_names is not None:
+            frozen = [w for w in super().trainable_weights if w.name not in self.trainable_names]
+        return frozen + super().non_trainable_weights
+
+
 def load_backbone(handle, trainable=False):
-    """hub.KerasLayer for the handle, with an actionable error when it cannot be loaded."""
+    """The backbone layer for a handle, with an actionable error when it cannot be loaded."""
     resolved = resolve_handle(handle)
     try:
-        return hub.KerasLayer(resolved, trainable=trainable, name="backbone")
+        return Backbone(resolved, trainable=trainable, name="backbone")
     except Exception as err:  # noqa: BLE001 - hub raises many kinds (network, format, ...)
         hint = ("No internet? Download the model once and pass its folder: MODEL_HANDLE=path/to/saved_model"
                 if "://" in resolved else "Is it a TF2 SavedModel in TF Hub's format?")
@@ -67,22 +93,16 @@ def compile_model(model, learning_rate):
 
 
 def unfreeze_top(backbone, num_layers):
-    """Leave only the backbone's top `num_layers` layers trainable.
+    """Leave only the backbone's top `num_layers` layers trainable; return the variable count.
 
-    A hub.KerasLayer is one opaque SavedModel, so "layers" are the groups of its
-    variables by name prefix (e.g. .../expanded_conv_16/project), in graph order.
+    "Layers" are the groups of the SavedModel's variables by name prefix
+    (e.g. .../expanded_conv_16/project), in graph order.
     """
     variables = list(backbone.trainable_weights)
-    groups = []
-    for v in variables:
-        prefix = v.name.rsplit("/", 1)[0]
-        if prefix not in groups:
-            groups.append(prefix)
+    groups = list(dict.fromkeys(v.name.rsplit("/", 1)[0] for v in variables))
     keep = set(groups[-num_layers:]) if num_layers > 0 else set()
-    backbone._trainable_weights = [v for v in variables if v.name.rsplit("/", 1)[0] in keep]
-    backbone._non_trainable_weights = ([v for v in variables if v.name.rsplit("/", 1)[0] not in keep]
-                                       + list(backbone._non_trainable_weights))
-    return len(backbone._trainable_weights)
+    backbone.trainable_names = {v.name for v in variables if v.name.rsplit("/", 1)[0] in keep}
+    return len(backbone.trainable_names)
 
 
 def apply_temperature(head, temperature):
@@ -93,11 +113,45 @@ def apply_temperature(head, temperature):
 
 
 def get_strategy():
-    """MirroredStrategy over every GPU when there are several, else the default strategy."""
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    """MirroredStrategy over several devices, else the default strategy (one GPU or the CPU).
+
+    The devices are every GPU when there are more than one, or DOGVISION_DEVICES (e.g.
+    "/cpu:0,/cpu:1", which splits the CPU into that many logical devices so the
+    multi-device path runs anywhere; it must be set before TensorFlow starts).
+    """
+    wanted = [d.strip() for d in os.environ.get("DOGVISION_DEVICES", "").split(",") if d.strip()]
+    cpu_indices = [int(m.group(1)) for d in wanted if (m := re.fullmatch(r"(?i)/?(?:device:)?cpu:(\d+)", d))]
+    if cpu_indices:
+        split_cpu(max(cpu_indices) + 1)
+    devices = wanted or [d.name for d in tf.config.list_logical_devices("GPU")]
+    if len(devices) > 1:
+        return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.get_strategy()
+
+
+def split_cpu(count):
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    if len(tf.config.get_logical_device_configuration(cpu) or []) >= count:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError as err:
+        raise UserError(f"DOGVISION_DEVICES asks for {count} CPU devices, but TensorFlow had already "
+                        "started; set it in the environment before running the command.") from err
+
+
+def use_mixed_precision():
+    """float16 compute where it is safe and fast: GPUs with compute capability >= 7.0 (tensor cores).
+
+    The head's softmax Dense stays float32 (its dtype), and so does the TF Hub backbone.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability") or (0, 0) for g in gpus]
+    if not gpus or min(capabilities) < (7, 0):
+        return False
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    print("Mixed precision: float16 compute, float32 variables and softmax (GPU compute capability >= 7.0)")
+    return True
 
 
 def describe_devices():
