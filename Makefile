@@ -42,6 +42,7 @@ help: ## list targets and variables
 	@echo "  RUN=name           run to use (submission, evaluate, predict) or to create (train)"
 	@echo "  RESUME=1           continue an interrupted RUN   FORCE=1  replace an existing run/submission"
 	@echo "  CSV=file MESSAGE=text   for submit/validate       PHOTOS='a.jpg dir/'  for predict"
+	@echo "  KAGGLE_USERNAME=name    for kaggle-train when your token (not kaggle.json) holds the credentials"
 	@echo "  DATA_DIR=$(DATA_DIR)  RUNS_DIR=$(RUNS_DIR)  CACHE_DIR=data/features  SUBMISSIONS_DIR=submissions"
 
 $(VENV)/.installed: requirements.txt
@@ -73,11 +74,20 @@ submission: $(DATA_DIR)/.verified.json $(TRAINED) ## predict test photos into su
 validate: | $(STAMP) ## check a submission: make validate CSV=submissions/x.csv
 	$(PY) -m dogvision validate $(CSV) $(ARGS)
 
-submit: | $(STAMP) ## validate, then submit to Kaggle (CSV=..., MESSAGE=...)
+submit: | $(STAMP) ## validate, submit to Kaggle and show the public score (CSV=..., MESSAGE=...)
 	$(PY) -m dogvision submit $(ARGS) $(if $(CSV),--csv "$(CSV)") $(if $(MESSAGE),--message "$(MESSAGE)")
+
+kaggle-train: | $(STAMP) ## train FULL=1 + submission on Kaggle's GPUs; fetch runs/ and submissions/
+	$(PY) -m dogvision kaggle-train $(ARGS)
 
 runs: | $(STAMP) ## list finished runs with their validation metrics
 	$(PY) -m dogvision runs $(ARGS)
+
+evaluate: $(DATA_DIR)/.verified.json ## report on the latest run (or RUN=) into runs/<run>/report/
+	$(PY) -m dogvision evaluate $(ARGS)
+
+predict: | $(STAMP) ## top-5 breeds of your photos: make predict PHOTOS='dog.jpg folder/' [TOP=3]
+	$(PY) -m dogvision predict $(PHOTOS) $(if $(TOP),--top "$(TOP)") $(ARGS)
 
 tensorboard: | $(STAMP) ## TensorBoard over every run's logs
 	$(VENV)/bin/tensorboard --logdir $(RUNS_DIR)

@@ -1,6 +1,7 @@
 """Command line: `python -m dogvision <command> [--option value ...]`; the Makefile calls this.
 
-Commands: data, show, train, submission, validate, submit, runs. Every config field
+Commands: data, show, train, submission, validate, submit, kaggle-train, runs,
+evaluate, predict. Every config field
 is an option (see `python -m dogvision train --help`).
 """
 import argparse
@@ -47,9 +48,24 @@ def cmd_submit(cfg, args):
     kaggle_io.submit(csv, args.message or f"DogVision {csv.stem}")
 
 
+def cmd_kaggle_train(cfg, args):
+    from .kaggle_kernel import kaggle_train
+    kaggle_train(cfg)
+
+
 def cmd_bench(cfg, args):
     from .bench import bench
     bench(cfg)
+
+
+def cmd_evaluate(cfg, args):
+    from .evaluate import evaluate
+    evaluate(cfg)
+
+
+def cmd_predict(cfg, args):
+    from .photos import predict_photos
+    predict_photos(cfg, args.photos, top=args.top, as_json=args.json, plot_dir=args.plot)
 
 
 def cmd_runs(cfg, args):
@@ -67,9 +83,12 @@ COMMANDS = {
     "train": (cmd_train, "train a model; writes runs/<run>/"),
     "submission": (cmd_submission, "predict the test photos into submissions/<run>.csv"),
     "validate": (cmd_validate, "check a submission CSV against sample_submission.csv"),
-    "submit": (cmd_submit, "validate, then send a CSV to Kaggle"),
+    "submit": (cmd_submit, "validate, then send a CSV to Kaggle and show its public score"),
+    "kaggle-train": (cmd_kaggle_train, "train FULL=1 + submission in a Kaggle GPU kernel; fetch runs/ and submissions/"),
     "bench": (cmd_bench, "time our pipeline against the course's on the same photos (a benchmark)"),
     "runs": (cmd_runs, "list finished runs and their validation metrics"),
+    "evaluate": (cmd_evaluate, "report on a run's validation split into runs/<run>/report/ (latest run or RUN=)"),
+    "predict": (cmd_predict, "top breeds of your photos: predict PHOTO_OR_FOLDER... [--top 5] [--json] [--plot [DIR]]"),
 }
 
 
@@ -84,6 +103,12 @@ def build_parser():
         if name == "validate":
             p.add_argument("csv")
             p.add_argument("--sample", default=None, help="sample_submission.csv to check against")
+        if name == "predict":
+            p.add_argument("photos", nargs="+", metavar="PHOTO_OR_FOLDER")
+            p.add_argument("--top", type=int, default=5, help="how many breeds per photo (default 5)")
+            p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+            p.add_argument("--plot", nargs="?", const="", default=None, metavar="DIR",
+                           help="write each photo beside a bar chart into DIR (default runs/<run>/predictions/)")
         if name == "submit":
             p.add_argument("--csv", "--CSV", default=None, help="default: the latest run's submission")
             p.add_argument("--message", "--MESSAGE", "-m", default=None)

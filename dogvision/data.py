@@ -176,6 +176,10 @@ def read_sample_submission(root):
     if len(frame.columns) < 2 or frame.columns[0] != "id":
         raise DataError(f"{path} must start with an `id` column followed by the breeds.")
     frame["id"] = frame["id"].astype(str)
+    dup = frame["id"][frame["id"].duplicated()].unique().tolist()
+    if dup:
+        raise DataError(f"{path} lists {len(dup)} test id(s) more than once: {_some(dup)}. Kaggle expects one "
+                        "row per test photo: restore sample_submission.csv from the archive.")
     return frame
 
 

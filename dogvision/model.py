@@ -56,7 +56,7 @@ def load_backbone(handle, trainable=False):
     """The backbone layer for a handle, with an actionable error when it cannot be loaded."""
     resolved = resolve_handle(handle)
     try:
-        return Backbone(resolved, trainable=trainable, name="backbone")
+        return Backbone(resolved, trainable=trainable, name="backbone", dtype="float32")
     except Exception as err:  # noqa: BLE001 - hub raises many kinds (network, format, ...)
         hint = ("No internet? Download the model once and pass its folder: MODEL_HANDLE=path/to/saved_model"
                 if "://" in resolved else "Is it a TF2 SavedModel in TF Hub's format?")

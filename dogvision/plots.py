@@ -52,7 +52,8 @@ def plot_history(history_csv, path):
 
 def plot_prediction(image, title, breeds, probs, path):
     """The photo beside a bar chart of its top breeds."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 1.3]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 1.3]},
+                                      layout="constrained")  # long breed names must not cover the photo
     left.imshow(image)
     left.set_title(title, fontsize=9)
     left.axis("off")

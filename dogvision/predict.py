@@ -73,8 +73,12 @@ def load_run(run_dir, cfg=None):
     return Run(run_dir, run_cfg, breeds, metrics)
 
 
-def predict_paths(run, paths, tta=None):
-    """Breed probabilities [len(paths), len(breeds)] for photo files, in the run's breed order."""
+def predict_paths(run, paths, tta=None, cache=True):
+    """Breed probabilities [len(paths), len(breeds)] for photo files, in the run's breed order.
+
+    cache=False computes the backbone features without storing them: `predict` on a
+    user's photos should not grow the shared feature cache with one-off files.
+    """
     import tensorflow as tf
 
     from . import model as model_lib
@@ -95,8 +99,14 @@ def predict_paths(run, paths, tta=None):
         if run._head is None:
             run._head = model_lib.keras.models.load_model(run.dir / "head.keras", compile=False)
         head = run._head
-        cache = FeatureCache(cfg.cache_dir, cfg.model_handle, cfg.image_size, cfg.batch_size)
-        feats = cache.get([str(p) for p in paths], views)
+        if cache:
+            feats = FeatureCache(cfg.cache_dir, cfg.model_handle, cfg.image_size,
+                                 cfg.batch_size).get([str(p) for p in paths], views)
+        else:
+            if getattr(run, "_backbone", None) is None:
+                run._backbone = model_lib.load_backbone(cfg.model_handle)
+            feats = extract(run._backbone, [str(p) for p in paths], views, cfg.image_size,
+                            cfg.batch_size, desc="Predicting")
     mean = sum(feats[v] for v in views) / len(views)
     return head.predict(mean, batch_size=1024, verbose=0)
 

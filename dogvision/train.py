@@ -116,6 +116,7 @@ def train(cfg):
     write_json(run_dir / "config.json", to_dict(cfg))
     write_text(run_dir / "breeds.txt", "\n".join(breeds) + "\n")
     print(model.describe_devices())
+    model.use_mixed_precision()
     what = "all" if cfg.full else "a subset of"
     print(f"Run {run_dir}: {what} {len(train_df) + len(val_df)} labeled photos "
           f"({len(train_df)} train / {len(val_df)} validation{', then refit on all' if cfg.full else ''}), "
@@ -153,6 +154,10 @@ def format_metrics(m):
 
 def train_head(cfg, run_dir, train_df, val_df, labels, num_classes):
     """Head on cached features; choose epochs, temperature and TTA on validation."""
+    strategy = model.get_strategy()  # first: it may split the CPU into devices (DOGVISION_DEVICES)
+    batch_size = cfg.batch_size * strategy.num_replicas_in_sync
+    if strategy.num_replicas_in_sync > 1:
+        print(f"MirroredStrategy over {strategy.num_replicas_in_sync} devices, global batch {batch_size}")
     use_flip = cfg.tta != "0"
     cache = FeatureCache(cfg.cache_dir, cfg.model_handle, cfg.image_size, cfg.batch_size)
     x_train = cache.get(list(train_df["path"]), ("orig",))["orig"]
@@ -160,10 +165,11 @@ def train_head(cfg, run_dir, train_df, val_df, labels, num_classes):
     y_train, y_val = train_df["label"].values, val_df["label"].values
 
     tf.keras.utils.set_random_seed(cfg.seed)
-    head = model.build_head(x_train.shape[1], num_classes, cfg)
+    with strategy.scope():
+        head = model.build_head(x_train.shape[1], num_classes, cfg)
     history = head.fit(x_train, data.one_hot(y_train, num_classes),
                        validation_data=(val_views["orig"], data.one_hot(y_val, num_classes)),
-                       epochs=cfg.num_epochs, batch_size=cfg.batch_size, shuffle=True, verbose=2,
+                       epochs=cfg.num_epochs, batch_size=batch_size, shuffle=True, verbose=2,
                        callbacks=callbacks(run_dir, cfg))
     val_losses = history.history["val_loss"]
     best_epoch = int(np.argmin(val_losses)) + 1
@@ -191,10 +197,11 @@ def train_head(cfg, run_dir, train_df, val_df, labels, num_classes):
     if cfg.full:  # refit on every labeled photo with the chosen epochs and temperature
         x_all = cache.get(list(labels["path"]), ("orig",))["orig"]
         tf.keras.utils.set_random_seed(cfg.seed)
-        head = model.build_head(x_all.shape[1], num_classes, cfg)
+        with strategy.scope():
+            head = model.build_head(x_all.shape[1], num_classes, cfg)
         print(f"Refitting the head on all {len(x_all)} labeled photos for {best_epoch} epochs")
         head.fit(x_all, data.one_hot(labels["label"].values, num_classes), epochs=best_epoch,
-                 batch_size=cfg.batch_size, shuffle=True, verbose=2)
+                 batch_size=batch_size, shuffle=True, verbose=2)
     model.apply_temperature(head, temperature)
     save_head(head, run_dir)
     return metrics
@@ -214,7 +221,10 @@ def build_end_to_end(cfg, num_classes, strategy):
             n = model.unfreeze_top(backbone, cfg.fine_tune_layers)
             print(f"Fine-tuning: the top {cfg.fine_tune_layers} backbone layers ({n} variables) "
                   f"are trainable, learning rate {cfg.fine_tune_learning_rate}")
-        head = model.build_head(model.feature_size(backbone, cfg.image_size), num_classes, cfg)
+    # Called outside the scope: a SavedModel called eagerly in MirroredStrategy's cross-replica context fails.
+    num_features = model.feature_size(backbone, cfg.image_size)
+    with strategy.scope():
+        head = model.build_head(num_features, num_classes, cfg)
         full_model = model.build_model(backbone, head, cfg.image_size)
         model.compile_model(full_model, cfg.fine_tune_learning_rate if cfg.fine_tune else cfg.learning_rate)
     return full_model

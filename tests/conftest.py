@@ -139,3 +139,34 @@ def prepared(workdir, kaggle_zip, tiny_model, cli):
     code, out, err = cli("data", f"--kaggle-zip={kaggle_zip}", *base_args(tiny_model))
     assert code == 0, err
     return workdir
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory, kaggle_zip, tiny_model):
+    """A project folder with verified data, one finished run and its submission, made once.
+
+    Tests that only read it (predict, evaluate, refused bad input) copy it with `project`.
+    """
+    from dogvision.__main__ import main
+
+    root = tmp_path_factory.mktemp("trained")
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        assert main(["data", f"--kaggle-zip={kaggle_zip}", *base_args(tiny_model)]) == 0
+        assert main(["train", *base_args(tiny_model, num_images=48), "--run=first"]) == 0
+        assert main(["submission", *base_args(tiny_model)]) == 0
+    finally:
+        os.chdir(old)
+    return root
+
+
+@pytest.fixture
+def project(trained_project, workdir):
+    """A private copy of trained_project (file times kept) as the current folder."""
+    import shutil
+
+    for item in trained_project.iterdir():
+        copy = shutil.copytree if item.is_dir() else shutil.copy2
+        copy(item, workdir / item.name)
+    return workdir
