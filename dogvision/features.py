@@ -9,7 +9,6 @@ re-unpacked or renamed photo is still found and an edited one is recomputed.
 """
 import hashlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -41,14 +40,24 @@ def photo_key(path):
         return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
 
 
+_EMBED_FUNCTIONS = {}
+
+
+def embed_function(backbone, views):
+    """One traced tf.function per (backbone, views): tracing a hub model costs seconds."""
+    key = (id(backbone), views)
+    if key not in _EMBED_FUNCTIONS:
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def embed(images):
+            batch = [images if v == "orig" else tf.reverse(images, axis=[2]) for v in views]
+            return tf.split(backbone(tf.concat(batch, 0), training=False), len(views))
+        _EMBED_FUNCTIONS[key] = (backbone, embed)  # keeps backbone alive so its id stays unique
+    return _EMBED_FUNCTIONS[key][1]
+
+
 def embed_batches(backbone, dataset, views, total, desc):
     """Run the backbone over a dataset of image batches; both views go through in one call."""
-
-    @tf.function(reduce_retracing=True)
-    def embed(images):
-        batch = [images if v == "orig" else tf.reverse(images, axis=[2]) for v in views]
-        return tf.split(backbone(tf.concat(batch, 0), training=False), len(views))
-
+    embed = embed_function(backbone, tuple(views))
     out = {v: [] for v in views}
     with tqdm(total=total, desc=desc, unit="photo") as bar:
         for images in dataset:
@@ -106,7 +115,3 @@ class FeatureCache:
                 with open(tmp, "wb") as f:
                     np.savez(f, view=view, keys=np.array(keys), features=array.astype(np.float32))
             self._rows[view].update(zip(keys, array))
-
-
-def num_batches(n, batch_size):
-    return math.ceil(n / batch_size)
