@@ -65,7 +65,7 @@ def cmd_evaluate(cfg, args):
 
 def cmd_predict(cfg, args):
     from .photos import predict_photos
-    predict_photos(cfg, args.photos, top=args.top, as_json=args.json, plot_dir=args.plot)
+    predict_photos(cfg, args.photos, top=args.top, as_json=args.json, plot_dir=(args.plot_dir or "") if args.plot else None)
 
 
 def cmd_runs(cfg, args):
@@ -88,7 +88,7 @@ COMMANDS = {
     "bench": (cmd_bench, "time our pipeline against the course's on the same photos (a benchmark)"),
     "runs": (cmd_runs, "list finished runs and their validation metrics"),
     "evaluate": (cmd_evaluate, "report on a run's validation split into runs/<run>/report/ (latest run or RUN=)"),
-    "predict": (cmd_predict, "top breeds of your photos: predict PHOTO_OR_FOLDER... [--top 5] [--json] [--plot [DIR]]"),
+    "predict": (cmd_predict, "top breeds of your photos: predict PHOTO_OR_FOLDER... [--top 5] [--json] [--plot [--plot-dir DIR]]"),
 }
 
 
@@ -107,8 +107,8 @@ def build_parser():
             p.add_argument("photos", nargs="+", metavar="PHOTO_OR_FOLDER")
             p.add_argument("--top", type=int, default=5, help="how many breeds per photo (default 5)")
             p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-            p.add_argument("--plot", nargs="?", const="", default=None, metavar="DIR",
-                           help="write each photo beside a bar chart into DIR (default runs/<run>/predictions/)")
+            p.add_argument("--plot", action="store_true", help="write each photo beside a bar chart of its breeds")
+            p.add_argument("--plot-dir", default=None, metavar="DIR", help="where --plot writes (default runs/<run>/predictions/)")
         if name == "submit":
             p.add_argument("--csv", "--CSV", default=None, help="default: the latest run's submission")
             p.add_argument("--message", "--MESSAGE", "-m", default=None)

@@ -22,6 +22,8 @@ from .fileio import read_json, write_json
 
 MARKER = ".verified.json"  # written last by `data`: its presence means "unpacked and checked"
 IMAGE_EXTENSION = ".jpg"
+GET_ARCHIVE_AGAIN = ("Download it again: delete it and run `make data` (or, for an archive given with "
+                     "KAGGLE_ZIP, pass a complete copy).")
 
 
 class DataError(UserError):
@@ -75,8 +77,7 @@ def unpack(archive, root):
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as err:
-        raise DataError(f"{archive} is not a readable zip ({err}). Download it again "
-                        "(delete it and run `make data`).") from err
+        raise DataError(f"{archive} is not a readable zip ({err}). {GET_ARCHIVE_AGAIN}") from err
     with zf:
         members = zf.infolist()
         _check_members(archive, members)
@@ -85,8 +86,7 @@ def unpack(archive, root):
                 zf.extract(member, partial)
             except (zipfile.BadZipFile, OSError, EOFError) as err:  # CRC error, truncated member
                 shutil.rmtree(partial, ignore_errors=True)
-                raise DataError(f"{archive} is damaged at {member.filename} ({err}). "
-                                "Delete it and run `make data` to download it again.") from err
+                raise DataError(f"{archive} is damaged at {member.filename} ({err}). {GET_ARCHIVE_AGAIN}") from err
     # Kaggle's archive has labels.csv at the top; accept one extra folder level too.
     inner = partial
     if not (partial / "labels.csv").exists():
@@ -255,9 +255,18 @@ def load_labeled(cfg):
 
 
 def load_test(cfg):
+    """Test ids and paths in sample_submission's order; photos changed since `make data` are re-checked."""
     root = Path(cfg.data_dir)
     sample = read_sample_submission(root)
     sample["path"] = [str(root / "test" / f"{i}{IMAGE_EXTENSION}") for i in sample["id"]]
+    marker = root / MARKER
+    checked_at = read_json(marker)["checked_at"] if marker.is_file() else 0.0
+    missing = [p for p in sample["path"] if not os.path.isfile(p)]
+    changed = [p for p in sample["path"] if p not in missing and os.path.getmtime(p) > checked_at]
+    bad = missing + find_unreadable(changed, "Checking changed test photos")
+    if bad:
+        raise DataError(f"{len(bad)} test photo(s) are missing or cannot be decoded: {_some(bad)}. Every test id "
+                        f"must be predicted: delete {root}/ and run `make data` to get them again.")
     return sample
 
 

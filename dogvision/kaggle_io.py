@@ -69,8 +69,7 @@ def require_credentials():
         raise KaggleError(
             "No Kaggle credentials found. Create a token at "
             f"{TOKEN_URL} (\"Create New Token\") and save it as "
-            f"{kaggle_config_dir() / 'kaggle.json'} (chmod 600), or set KAGGLE_API_TOKEN. "
-            "Offline? Pass an archive you already have: make data KAGGLE_ZIP=path/to.zip")
+            f"{kaggle_config_dir() / 'kaggle.json'} (chmod 600), or set KAGGLE_API_TOKEN.")
     if shutil.which("kaggle") is None:
         raise KaggleError("The kaggle command is not installed: run `make setup` (it is in requirements.txt).")
 
@@ -114,6 +113,11 @@ def explain_failure(args, output, returncode):
 
 def download_competition(dest_dir):
     """Download the competition archive into dest_dir and return its path."""
+    try:
+        require_credentials()
+    except KaggleError as err:
+        raise KaggleError(f"{err} Offline? Use an archive you already have: "
+                          "make data KAGGLE_ZIP=path/to/dog-breed-identification.zip") from None
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     print(f"Downloading {COMPETITION} with the kaggle CLI into {dest_dir}/ ...")

@@ -120,6 +120,16 @@ def test_labels_edited_after_data_stop_train(project, tiny_model, cli):
     assert snapshot("runs", "submissions") == before  # no new run folder either
 
 
+def test_test_photo_broken_after_data_stops_submission(project, tiny_model, cli):
+    """`make submission` re-checks test photos changed since `make data` before predicting."""
+    before = snapshot("runs", "submissions")
+    corrupt_test_photo(DATA)
+    code, out, err = cli("submission", *base_args(tiny_model), "--force=1")
+    assert code == 2 and "1 test photo(s) are missing or cannot be decoded" in err
+    assert first_id(DATA, "sample_submission.csv") in err
+    assert snapshot("runs", "submissions") == before  # the earlier submission is kept
+
+
 def test_unreadable_train_photo_is_skipped_with_a_warning(project, kaggle_zip, tiny_model, cli, tmp_path):
     bad_id = []
 

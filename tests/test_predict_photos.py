@@ -98,7 +98,7 @@ def test_predict_folder_names_the_broken_file_and_predicts_the_rest(project, tin
 
 def test_predict_table_top_k_plot_and_low_confidence(project, tiny_model, cli, photo_dir, tmp_path, monkeypatch):
     photo = photo_dir / "akita.jpg"
-    code, out, err = cli("predict", photo, "--top", 2, "--plot", tmp_path / "plots", *base_args(tiny_model))
+    code, out, err = cli("predict", photo, "--top", 2, "--plot", "--plot-dir", tmp_path / "plots", *base_args(tiny_model))
     assert code == 0, err
     lines = out.splitlines()
     start = lines.index(str(photo))
