@@ -23,7 +23,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from . import UserError, data, model, plots
 from .config import to_dict
 from .features import FeatureCache
-from .fileio import write_json, write_text
+from .fileio import atomic_path, write_json, write_text
 
 keras = tf.keras
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.25, 8.0
@@ -208,10 +208,8 @@ def train_head(cfg, run_dir, train_df, val_df, labels, num_classes):
 
 
 def save_head(head, run_dir):
-    target = run_dir / "head.keras"
-    tmp = run_dir / ".head.tmp.keras"
-    head.save(tmp)
-    tmp.replace(target)
+    with atomic_path(run_dir / "head.keras") as tmp:
+        head.save(tmp)
 
 
 def build_end_to_end(cfg, num_classes, strategy):
@@ -257,7 +255,7 @@ def train_end_to_end(cfg, run_dir, train_df, val_df, labels, num_classes):
         tf.keras.utils.set_random_seed(cfg.seed)
         full_model = build_end_to_end(cfg, num_classes, strategy)
         full_model.fit(dataset(labels, True), epochs=metrics["best_epoch"], verbose=2)
-    tmp = run_dir / ".model.tmp.weights.h5"
+    tmp = run_dir / ".model.tmp.weights.h5"  # save_weights wants the .weights.h5 ending
     full_model.save_weights(str(tmp))
     tmp.replace(run_dir / "model.weights.h5")
     return metrics
