@@ -13,8 +13,8 @@ RUNS_DIR ?= runs
 
 # Config variables passed through when set: NAME=value -> --NAME value.
 CONFIG_VARS := FULL NUM_IMAGES BATCH_SIZE NUM_EPOCHS PATIENCE LEARNING_RATE MODEL_HANDLE IMAGE_SIZE \
-  SEED KAGGLE_ZIP DATA_DIR RUNS_DIR CACHE_DIR SUBMISSIONS_DIR FINE_TUNE FINE_TUNE_LAYERS \
-  FINE_TUNE_LEARNING_RATE CACHE_FEATURES TTA CALIBRATE L2 DROPOUT VAL_FRACTION NUM_BREEDS RUN RESUME FORCE
+  SEED KAGGLE_ZIP DATA_DIR RUNS_DIR CACHE_DIR BACKBONES_DIR SUBMISSIONS_DIR FINE_TUNE FINE_TUNE_LAYERS \
+  FINE_TUNE_LEARNING_RATE HEAD_LEARNING_RATE HEAD_BATCH_SIZE CACHE_FEATURES BACKBONE_RUNTIME TTA CALIBRATE L2 DROPOUT VAL_FRACTION NUM_BREEDS RUN RESUME FORCE
 ARGS := $(foreach v,$(CONFIG_VARS),$(if $($(v)),--$(v) "$($(v))"))
 
 # The run `make submission` uses; training happens only when there is none yet.
@@ -36,9 +36,11 @@ help: ## list targets and variables
 	@echo "  BATCH_SIZE=32      NUM_EPOCHS=100  PATIENCE=3  LEARNING_RATE=0.001  SEED=42"
 	@echo "  MODEL_HANDLE=url|folder   TF Hub / Kaggle Models URL or local SavedModel (default: MobileNetV2 130_224 feature vector)"
 	@echo "  KAGGLE_ZIP=path    use this competition archive instead of downloading it"
-	@echo "  TTA=auto|1|0       flip test-time augmentation   CALIBRATE=1  L2=0.001  DROPOUT=0.2"
+	@echo "  TTA=auto|1|0       flip test-time augmentation   CALIBRATE=1  L2=3e-05  DROPOUT=0.2"
+	@echo "  HEAD_LEARNING_RATE=0.01  HEAD_BATCH_SIZE=128   the head on cached features (LEARNING_RATE: end to end)"
 	@echo "  FINE_TUNE=1        backbone in the graph, top FINE_TUNE_LAYERS=20 layers trainable"
 	@echo "  CACHE_FEATURES=0   the course's pipeline: frozen backbone re-run every epoch"
+	@echo "  BACKBONE_RUNTIME=auto|tflite|tf   features with TFLite on CPU-only machines (auto), else TensorFlow"
 	@echo "  RUN=name           run to use (submission, evaluate, predict) or to create (train)"
 	@echo "  RESUME=1           continue an interrupted RUN   FORCE=1  replace an existing run/submission"
 	@echo "  CSV=file MESSAGE=text   for submit/validate       PHOTOS='a.jpg dir/'  for predict"

@@ -25,6 +25,7 @@ class Config:
     data_dir: str = "data/dog-breed-identification"
     kaggle_zip: str = ""  # use this archive instead of downloading with the kaggle CLI
     cache_dir: str = "data/features"
+    backbones_dir: str = "data/backbones"  # the backbone converted to TFLite, once per handle and size
     runs_dir: str = "runs"
     submissions_dir: str = "submissions"
     # data
@@ -38,14 +39,17 @@ class Config:
     # model
     model_handle: str = DEFAULT_MODEL_HANDLE
     cache_features: bool = True  # frozen backbone: one backbone pass per photo, cached
+    backbone_runtime: str = "auto"  # for cached features: auto (TFLite without GPU, else TF), tflite, tf
     fine_tune: bool = False  # backbone in the graph, top layers unfrozen
     fine_tune_layers: int = 20  # how many of the backbone's top layers are unfrozen
     # training
     num_epochs: int = 100
     patience: int = 3
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # end to end (CACHE_FEATURES=0)
     fine_tune_learning_rate: float = 1e-5
-    l2: float = 1e-3  # weight decay on the head's kernel
+    head_learning_rate: float = 1e-2  # the head on cached features (unit-length inputs)
+    head_batch_size: int = 128  # ditto: its steps cost microseconds, so fewer, larger ones
+    l2: float = 3e-5  # weight decay on the head's kernel
     dropout: float = 0.2  # on the backbone's features
     calibrate: bool = True  # fit a softmax temperature on the validation split
     tta: str = "auto"  # flip test-time augmentation: auto (if it helps on validation), 1, 0

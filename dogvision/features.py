@@ -11,12 +11,14 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from . import UserError
 from .data import make_dataset
 from .fileio import atomic_path, write_json
 from .model import resolve_handle
@@ -40,45 +42,149 @@ def photo_key(path):
         return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
 
 
-_EMBED_FUNCTIONS = {}
+RUNTIMES = ("auto", "tflite", "tf")
+LITE_BATCH = 8  # XNNPACK on 2 cores: 386 photos/s at batch 8, 328 at batch 32
+LITE_TOLERANCE = 1e-3  # max |difference| allowed between TFLite and TensorFlow features
 
 
-def embed_function(backbone, views):
-    """One traced tf.function per (backbone, views): tracing a hub model costs seconds."""
-    key = (id(backbone), views)
-    if key not in _EMBED_FUNCTIONS:
+class TFEmbedder:
+    """The backbone in TensorFlow: on GPUs, for a fine-tuned backbone, and as the fallback."""
+
+    name = "tensorflow"
+
+    def __init__(self, backbone):
+        self.backbone = backbone  # a hub layer; tracing it costs seconds, so once per embedder
+
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-        def embed(images):
-            batch = [images if v == "orig" else tf.reverse(images, axis=[2]) for v in views]
-            return tf.split(backbone(tf.concat(batch, 0), training=False), len(views))
-        _EMBED_FUNCTIONS[key] = (backbone, embed)  # keeps backbone alive so its id stays unique
-    return _EMBED_FUNCTIONS[key][1]
+        def embed_both(images):  # both views in one call
+            both = self.backbone(tf.concat([images, tf.reverse(images, axis=[2])], 0), training=False)
+            return tf.split(tf.cast(both, tf.float32), 2)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def embed_orig(images):
+            return [tf.cast(self.backbone(images, training=False), tf.float32)]
+
+        self._embed = {("orig", "flip"): embed_both, ("orig",): embed_orig}
+
+    def __call__(self, images, views):
+        return [f.numpy() for f in self._embed[tuple(views)](images)]
 
 
-def embed_batches(backbone, dataset, views, total, desc):
-    """Run the backbone over a dataset of image batches; both views go through in one call."""
-    embed = embed_function(backbone, tuple(views))
+class LiteEmbedder:
+    """The frozen backbone converted to TensorFlow Lite and run by its XNNPACK CPU kernels.
+
+    On CPUs XNNPACK runs MobileNetV2 ~2.8x faster than TensorFlow (390 vs 138 photos/s
+    on 2 cores) with the same features (max difference ~3e-5, checked at conversion).
+    """
+
+    name = "tflite"
+
+    def __init__(self, path, batch_size=LITE_BATCH):
+        self.interpreter = lite_interpreter(path)
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.batch_size = batch_size
+        self._shape = None
+
+    def _run(self, images):
+        """Features of one batch; a short last batch is padded to the allocated size."""
+        n = len(images)
+        if self._shape != images.shape[1:]:
+            self._shape = images.shape[1:]
+            self.interpreter.resize_tensor_input(self.input, [self.batch_size, *self._shape])
+            self.interpreter.allocate_tensors()
+        if n < self.batch_size:
+            images = np.concatenate([images, np.zeros((self.batch_size - n, *self._shape), np.float32)])
+        self.interpreter.set_tensor(self.input, np.ascontiguousarray(images, np.float32))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output)[:n].copy()
+
+    def __call__(self, images, views):
+        images = np.asarray(images)
+        out = []
+        for view in views:
+            batch = images if view == "orig" else images[:, :, ::-1]
+            out.append(np.concatenate([self._run(batch[i:i + self.batch_size])
+                                       for i in range(0, len(batch), self.batch_size)]))
+        return out
+
+
+def lite_interpreter(path):
+    """LiteRT's interpreter when installed, else TensorFlow's (deprecated, but in TF 2.21)."""
+    threads = os.cpu_count() or 1
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+    return Interpreter(model_path=str(path), num_threads=threads)
+
+
+def convert_to_lite(backbone, image_size, path):
+    """Write the backbone as a .tflite file, after checking it gives TensorFlow's features."""
+    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
+    function = tf.function(lambda x: backbone(x, training=False)).get_concrete_function(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flat = tf.lite.TFLiteConverter.from_concrete_functions([function], backbone).convert()
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(flat)
+    probe = tf.random.stateless_uniform([2, image_size, image_size, 3], seed=[1, 2])
+    expected = tf.cast(backbone(probe, training=False), tf.float32).numpy()
+    got = LiteEmbedder(path)(probe.numpy(), ["orig"])[0]
+    if got.shape != expected.shape or np.abs(got - expected).max() > LITE_TOLERANCE:
+        path.unlink()
+        raise ValueError(f"TFLite features differ from TensorFlow's (max {np.abs(got - expected).max():.2g})")
+
+
+def make_embedder(handle, image_size, runtime="auto", backbones_dir=None):
+    """TFLite on a CPU-only machine (auto), TensorFlow on GPUs or when TFLite cannot take the model.
+
+    The converted model is kept as backbones_dir/<key>.tflite, under the same key as the
+    features it makes, so it is converted once per backbone and image size.
+    """
+    from .model import load_backbone
+
+    if runtime not in RUNTIMES:
+        raise UserError(f"BACKBONE_RUNTIME={runtime} is not one of {', '.join(RUNTIMES)}.")
+    use_lite = runtime == "tflite" or (runtime == "auto" and not tf.config.list_physical_devices("GPU"))
+    if use_lite and backbones_dir is not None:
+        path = Path(backbones_dir) / f"{cache_key(handle, image_size)}.tflite"
+        try:
+            if not path.exists():
+                print(f"Converting the backbone to TensorFlow Lite (once per backbone) -> {path}")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                convert_to_lite(load_backbone(handle), image_size, path)
+            return LiteEmbedder(path)
+        except Exception as err:  # noqa: BLE001 - any failure: TensorFlow still works
+            if runtime == "tflite":
+                raise UserError(f"BACKBONE_RUNTIME=tflite: cannot run {handle} with TFLite: {err}. "
+                                f"Use BACKBONE_RUNTIME=tf.") from err
+            print(f"TFLite cannot run this backbone ({type(err).__name__}: {err}); using TensorFlow.")
+    return TFEmbedder(load_backbone(handle))
+
+
+def extract(embedder, paths, views, image_size, batch_size, desc="Backbone features"):
+    """{view: float32 array [len(paths), dim]}: the backbone over photo files, with a progress bar."""
+    dataset = make_dataset(paths, image_size=image_size, batch_size=batch_size)
     out = {v: [] for v in views}
-    with tqdm(total=total, desc=desc, unit="photo") as bar:
+    with tqdm(total=len(paths), desc=desc, unit="photo") as bar:
         for images in dataset:
-            for view, feats in zip(views, embed(images)):
-                out[view].append(tf.cast(feats, tf.float32).numpy())
+            for view, feats in zip(views, embedder(images, views)):
+                out[view].append(feats)
             bar.update(int(images.shape[0]))
     return {v: np.concatenate(out[v]) if out[v] else np.zeros((0, 0), np.float32) for v in views}
-
-
-def extract(backbone, paths, views, image_size, batch_size, desc="Backbone features"):
-    dataset = make_dataset(paths, image_size=image_size, batch_size=batch_size)
-    return embed_batches(backbone, dataset, views, len(paths), desc)
 
 
 class FeatureCache:
     """Features of photos for one (handle, image size), one .npz chunk per extraction."""
 
-    def __init__(self, cache_dir, handle, image_size, batch_size=32, backbone=None):
+    def __init__(self, cache_dir, handle, image_size, batch_size=32, runtime="auto", backbones_dir=None):
         self.handle, self.image_size, self.batch_size = handle, image_size, batch_size
+        self.runtime, self.backbones_dir = runtime, backbones_dir
         self.dir = Path(cache_dir) / cache_key(handle, image_size)
-        self._backbone = backbone
+        self._embedder = None
         self._rows = {v: {} for v in VIEWS}
         self.computed = 0  # photos whose features this object had to compute (tests read it)
         for chunk in sorted(self.dir.glob("*.npz")):
@@ -87,11 +193,10 @@ class FeatureCache:
                 self._rows[view].update(zip(npz["keys"].tolist(), npz["features"]))
 
     @property
-    def backbone(self):
-        if self._backbone is None:
-            from .model import load_backbone
-            self._backbone = load_backbone(self.handle)
-        return self._backbone
+    def embedder(self):
+        if self._embedder is None:
+            self._embedder = make_embedder(self.handle, self.image_size, self.runtime, self.backbones_dir)
+        return self._embedder
 
     def get(self, paths, views=("orig",)):
         """{view: float32 array [len(paths), dim]}, computing only what is not cached."""
@@ -99,9 +204,10 @@ class FeatureCache:
         missing = [i for i, k in enumerate(keys) if any(k not in self._rows[v] for v in views)]
         if missing:
             todo = [paths[i] for i in missing]
+            embedder = self.embedder
             print(f"Computing {'+'.join(views)} features of {len(todo)} photo(s) "
-                  f"({len(paths) - len(todo)} cached) in {self.dir}")
-            feats = extract(self.backbone, todo, views, self.image_size, self.batch_size)
+                  f"({len(paths) - len(todo)} cached) with {embedder.name} in {self.dir}")
+            feats = extract(self.embedder, todo, views, self.image_size, self.batch_size)
             self.computed += len(todo)
             self._save([keys[i] for i in missing], feats)
         return {v: np.stack([self._rows[v][k] for k in keys]) for v in views}

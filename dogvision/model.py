@@ -70,16 +70,23 @@ def feature_size(backbone, image_size):
     return int(backbone(tf.zeros([1, image_size, image_size, 3]), training=False).shape[-1])
 
 
-def build_head(num_features, num_classes, cfg):
-    """Dropout + Dense softmax; L2 on the kernel keeps the logits from growing over-confident."""
-    head = keras.Sequential([
-        keras.layers.InputLayer(input_shape=(num_features,)),
-        keras.layers.Dropout(cfg.dropout, seed=cfg.seed),
-        keras.layers.Dense(num_classes, activation="softmax",
-                           kernel_regularizer=keras.regularizers.l2(cfg.l2) if cfg.l2 else None,
-                           dtype="float32", name="breed"),
-    ], name="head")
-    compile_model(head, cfg.learning_rate, HEAD_STEPS_PER_EXECUTION)
+def build_head(num_features, num_classes, cfg, normalize=False, learning_rate=None):
+    """[unit length] + Dropout + Dense softmax; L2 on the kernel keeps the logits from growing over-confident.
+
+    normalize=True (the head on cached features) scales each feature vector to unit
+    length first: measured on Stanford Dogs it gives lower validation log loss than the
+    raw vectors at any L2 strength, since the photo's overall activation level says
+    little about its breed.
+    """
+    layers = [keras.layers.InputLayer(input_shape=(num_features,))]
+    if normalize:
+        layers.append(keras.layers.UnitNormalization(name="unit_length"))
+    layers += [keras.layers.Dropout(cfg.dropout, seed=cfg.seed),
+               keras.layers.Dense(num_classes, activation="softmax",
+                                  kernel_regularizer=keras.regularizers.l2(cfg.l2) if cfg.l2 else None,
+                                  dtype="float32", name="breed")]
+    head = keras.Sequential(layers, name="head")
+    compile_model(head, learning_rate or cfg.learning_rate, HEAD_STEPS_PER_EXECUTION)
     return head
 
 

@@ -25,6 +25,7 @@ class Run:
     metrics: dict = field(default_factory=dict)
     _head: object = None
     _model: object = None
+    _cache: object = None
 
     @property
     def name(self):
@@ -66,7 +67,8 @@ def load_run(run_dir, cfg=None):
     saved = {k: v for k, v in saved.items() if k in Config.__dataclass_fields__}
     run_cfg = Config(**saved)
     if cfg is not None:  # where things are on this machine wins over where they were
-        for key in ("data_dir", "cache_dir", "runs_dir", "submissions_dir"):
+        for key in ("data_dir", "cache_dir", "runs_dir", "submissions_dir", "backbone_runtime",
+                    "backbones_dir"):
             setattr(run_cfg, key, getattr(cfg, key))
     breeds = (run_dir / "breeds.txt").read_text().split()
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else {}
@@ -82,31 +84,32 @@ def predict_paths(run, paths, tta=None, cache=True):
     import tensorflow as tf
 
     from . import model as model_lib
-    from .features import FeatureCache, extract
+    from .features import FeatureCache, TFEmbedder, extract
 
     tta = run.metrics.get("tta", False) if tta is None else tta
     views = ("orig", "flip") if tta else ("orig",)
     cfg = run.config
+    paths = [str(p) for p in paths]
     if run.end_to_end:
         if run._model is None:
             from .train import build_end_to_end
             run._model = build_end_to_end(cfg, len(run.breeds), tf.distribute.get_strategy())
             run._model.load_weights(str(run.dir / "model.weights.h5"))
-        backbone = run._model.get_layer("backbone")
         head = run._model.get_layer("head")
-        feats = extract(backbone, paths, views, cfg.image_size, cfg.batch_size, desc="Predicting")
+        feats = extract(TFEmbedder(run._model.get_layer("backbone")), paths, views, cfg.image_size,
+                        cfg.batch_size, desc="Predicting")
     else:
         if run._head is None:
             run._head = model_lib.keras.models.load_model(run.dir / "head.keras", compile=False)
         head = run._head
+        if run._cache is None:
+            run._cache = FeatureCache(cfg.cache_dir, cfg.model_handle, cfg.image_size, cfg.batch_size,
+                                      cfg.backbone_runtime, cfg.backbones_dir)
         if cache:
-            feats = FeatureCache(cfg.cache_dir, cfg.model_handle, cfg.image_size,
-                                 cfg.batch_size).get([str(p) for p in paths], views)
+            feats = run._cache.get(paths, views)
         else:
-            if getattr(run, "_backbone", None) is None:
-                run._backbone = model_lib.load_backbone(cfg.model_handle)
-            feats = extract(run._backbone, [str(p) for p in paths], views, cfg.image_size,
-                            cfg.batch_size, desc="Predicting")
+            feats = extract(run._cache.embedder, paths, views, cfg.image_size, cfg.batch_size,
+                            desc="Predicting")
     mean = sum(feats[v] for v in views) / len(views)
     return head.predict(mean, batch_size=1024, verbose=0)
 
@@ -128,8 +131,8 @@ def make_submission(cfg):
                         f"{Path(cfg.data_dir) / 'sample_submission.csv'}; train a run on this data.")
     print(f"Predicting {len(test)} test photos with run {run.name} (TTA {'on' if run.metrics.get('tta') else 'off'})")
     probs = predict_paths(run, list(test["path"]))
-    frame = pd.DataFrame(probs, columns=run.breeds)[sample_columns]
-    frame.insert(0, "id", test["id"].values)
+    frame = pd.concat([pd.DataFrame({"id": test["id"].values}),
+                       pd.DataFrame(probs, columns=run.breeds)[sample_columns]], axis=1)
     with atomic_path(out, overwrite=cfg.force) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.7g")
         problems = validate_frame(pd.read_csv(tmp, dtype={"id": str}), data.read_sample_submission(cfg.data_dir))

@@ -155,22 +155,22 @@ def format_metrics(m):
 def train_head(cfg, run_dir, train_df, val_df, labels, num_classes):
     """Head on cached features; choose epochs, temperature and TTA on validation."""
     strategy = model.get_strategy()  # first: it may split the CPU into devices (DOGVISION_DEVICES)
-    batch_size = cfg.batch_size * strategy.num_replicas_in_sync
+    batch_size = cfg.head_batch_size * strategy.num_replicas_in_sync
     if strategy.num_replicas_in_sync > 1:
         print(f"MirroredStrategy over {strategy.num_replicas_in_sync} devices, global batch {batch_size}")
     use_flip = cfg.tta != "0"
-    cache = FeatureCache(cfg.cache_dir, cfg.model_handle, cfg.image_size, cfg.batch_size)
+    cache = FeatureCache(cfg.cache_dir, cfg.model_handle, cfg.image_size, cfg.batch_size,
+                         cfg.backbone_runtime, cfg.backbones_dir)
     x_train = cache.get(list(train_df["path"]), ("orig",))["orig"]
     val_views = cache.get(list(val_df["path"]), ("orig", "flip") if use_flip else ("orig",))
     y_train, y_val = train_df["label"].values, val_df["label"].values
 
     tf.keras.utils.set_random_seed(cfg.seed)
     with strategy.scope():
-        head = model.build_head(x_train.shape[1], num_classes, cfg)
-    history = head.fit(x_train, data.one_hot(y_train, num_classes),
-                       validation_data=(val_views["orig"], data.one_hot(y_val, num_classes)),
-                       epochs=cfg.num_epochs, batch_size=batch_size, shuffle=True, verbose=2,
-                       callbacks=callbacks(run_dir, cfg))
+        head = model.build_head(x_train.shape[1], num_classes, cfg, True, cfg.head_learning_rate)
+    history = head.fit(feature_dataset(x_train, y_train, num_classes, batch_size, cfg.seed),
+                       validation_data=feature_dataset(val_views["orig"], y_val, num_classes, 1024),
+                       epochs=cfg.num_epochs, verbose=2, callbacks=callbacks(run_dir, cfg))
     val_losses = history.history["val_loss"]
     best_epoch = int(np.argmin(val_losses)) + 1
 
@@ -198,13 +198,22 @@ def train_head(cfg, run_dir, train_df, val_df, labels, num_classes):
         x_all = cache.get(list(labels["path"]), ("orig",))["orig"]
         tf.keras.utils.set_random_seed(cfg.seed)
         with strategy.scope():
-            head = model.build_head(x_all.shape[1], num_classes, cfg)
+            head = model.build_head(x_all.shape[1], num_classes, cfg, True, cfg.head_learning_rate)
         print(f"Refitting the head on all {len(x_all)} labeled photos for {best_epoch} epochs")
-        head.fit(x_all, data.one_hot(labels["label"].values, num_classes), epochs=best_epoch,
-                 batch_size=batch_size, shuffle=True, verbose=2)
+        head.fit(feature_dataset(x_all, labels["label"].values, num_classes, batch_size, cfg.seed),
+                 epochs=best_epoch, verbose=2)
     model.apply_temperature(head, temperature)
     save_head(head, run_dir)
     return metrics
+
+
+def feature_dataset(features, labels, num_classes, batch_size, seed=None):
+    """In-memory features as a tf.data pipeline (shuffled when seeded): Keras re-wraps numpy
+    arrays every epoch, which cost more than the head's steps themselves."""
+    ds = tf.data.Dataset.from_tensor_slices((features, data.one_hot(labels, num_classes)))
+    if seed is not None:
+        ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size)
 
 
 def save_head(head, run_dir):

@@ -115,7 +115,8 @@ def workdir(tmp_path, monkeypatch):
 def base_args(tiny_model, **overrides):
     """CLI options for a fast run on the synthetic data and tiny backbone."""
     values = {"num_breeds": len(BREEDS), "image_size": IMAGE_SIZE, "model_handle": str(tiny_model),
-              "batch_size": 8, "num_epochs": 60, "patience": 5, "learning_rate": 0.01, "l2": 0, "dropout": 0}
+              "batch_size": 8, "num_epochs": 60, "patience": 5, "learning_rate": 0.01, "l2": 0, "dropout": 0,
+              "head_batch_size": 8, "head_learning_rate": 0.05}
     values.update(overrides)
     return [f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
 

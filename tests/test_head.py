@@ -111,7 +111,7 @@ def test_full_refits_on_every_photo_with_the_chosen_epochs(prepared, tiny_model,
     assert f"Refitting the head on all 60 labeled photos for {metrics['best_epoch']} epochs" in out
     assert metrics["val_accuracy"] >= 0.8
     # A second run with other head settings reuses every cached feature.
-    code, out, err = cli("train", *base_args(tiny_model, learning_rate=0.02), "--full=1")
+    code, out, err = cli("train", *base_args(tiny_model, head_learning_rate=0.02), "--full=1")
     assert code == 0 and "Computing" not in out
     # FULL=1 submission uses the latest FULL run even when a subset run is newer.
     assert cli("train", *base_args(tiny_model, num_images=30))[0] == 0
@@ -119,3 +119,17 @@ def test_full_refits_on_every_photo_with_the_chosen_epochs(prepared, tiny_model,
     assert code == 0
     full_runs = [p.name for p in Path("runs").iterdir() if p.name.endswith("-full")]
     assert any(Path("submissions", f"{n}.csv").exists() for n in full_runs)
+
+
+def test_head_on_cached_features_ignores_the_features_scale():
+    """The head sees unit-length features: a photo's overall activation level is not a breed."""
+    from types import SimpleNamespace
+
+    from dogvision import model
+
+    cfg = SimpleNamespace(dropout=0.2, seed=0, l2=3e-5, learning_rate=0.01)
+    head = model.build_head(16, 3, cfg, normalize=True)
+    x = np.random.default_rng(0).random((4, 16)).astype("float32")
+    np.testing.assert_allclose(head.predict(x, verbose=0), head.predict(5 * x, verbose=0), atol=1e-6)
+    plain = model.build_head(16, 3, cfg)
+    assert not np.allclose(plain.predict(x, verbose=0), plain.predict(5 * x, verbose=0), atol=1e-3)
