@@ -1,7 +1,7 @@
 """Training: a softmax head on cached backbone features (default), or end to end.
 
 Default (frozen backbone): each photo goes through the backbone once (features.py),
-then the head trains in seconds per epoch with early stopping on validation log
+then the head trains in milliseconds per epoch with early stopping on validation log
 loss, a temperature is fitted on the validation split so the probabilities are
 calibrated, and flip test-time augmentation is kept only if it lowers validation
 log loss. FULL=1 makes those choices on an 80/20 split, then refits the head on
