@@ -257,7 +257,7 @@ def load_labeled(cfg):
 def load_test(cfg):
     """Test ids and paths in sample_submission's order; photos changed since `make data` are re-checked."""
     root = Path(cfg.data_dir)
-    sample = read_sample_submission(root)
+    sample = read_sample_submission(root)[["id"]].copy()  # read_csv leaves a block per column
     sample["path"] = [str(root / "test" / f"{i}{IMAGE_EXTENSION}") for i in sample["id"]]
     marker = root / MARKER
     checked_at = read_json(marker)["checked_at"] if marker.is_file() else 0.0
