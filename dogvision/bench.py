@@ -80,7 +80,8 @@ def floor_rate(handle, image_size, batch_size=32, photos=320):
     from .features import TFEmbedder
     from .model import load_backbone
 
-    return photos_per_second(TFEmbedder(load_backbone(handle)), tf.random.uniform([batch_size, image_size, image_size, 3]).numpy(), photos)
+    batch = tf.random.uniform([batch_size, image_size, image_size, 3]).numpy()
+    return photos_per_second(TFEmbedder(load_backbone(handle)), batch, photos)
 
 
 def photos_per_second(embedder, batch, photos):

@@ -56,21 +56,18 @@ class TFEmbedder:
     name = "tensorflow"
 
     def __init__(self, backbone):
-        self.backbone = backbone  # a hub layer; tracing it costs seconds, so once per embedder
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-        def embed_both(images):  # both views in one call
-            both = self.backbone(tf.concat([images, tf.reverse(images, axis=[2])], 0), training=False)
-            return tf.split(tf.cast(both, tf.float32), 2)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-        def embed_orig(images):
-            return [tf.cast(self.backbone(images, training=False), tf.float32)]
-
-        self._embed = {("orig", "flip"): embed_both, ("orig",): embed_orig}
+        self.backbone = backbone
+        self._embed = {}  # views -> traced function: tracing a hub model costs seconds
 
     def __call__(self, images, views):
-        return [f.numpy() for f in self._embed[tuple(views)](images)]
+        views = tuple(views)
+        if views not in self._embed:
+            @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+            def embed(batch):  # every view in one backbone call
+                stacked = tf.concat([batch if v == "orig" else tf.reverse(batch, axis=[2]) for v in views], 0)
+                return tf.split(tf.cast(self.backbone(stacked, training=False), tf.float32), len(views))
+            self._embed[views] = embed
+        return [f.numpy() for f in self._embed[views](images)]
 
 
 class LiteEmbedder:
@@ -125,7 +122,7 @@ def lite_interpreter(path):
 
 
 def convert_to_lite(backbone, image_size, path):
-    """Write the backbone as a .tflite file, after checking it gives TensorFlow's features."""
+    """Write the backbone as a .tflite file; return its embedder, checked to give TensorFlow's features."""
     spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
     function = tf.function(lambda x: backbone(x, training=False)).get_concrete_function(spec)
     with warnings.catch_warnings():
@@ -135,10 +132,12 @@ def convert_to_lite(backbone, image_size, path):
         Path(tmp).write_bytes(flat)
     probe = tf.random.stateless_uniform([2, image_size, image_size, 3], seed=[1, 2])
     expected = tf.cast(backbone(probe, training=False), tf.float32).numpy()
-    got = LiteEmbedder(path)(probe.numpy(), ["orig"])[0]
+    embedder = LiteEmbedder(path)
+    got = embedder(probe.numpy(), ["orig"])[0]
     if got.shape != expected.shape or np.abs(got - expected).max() > LITE_TOLERANCE:
         path.unlink()
         raise ValueError(f"TFLite features differ from TensorFlow's (max {np.abs(got - expected).max():.2g})")
+    return embedder
 
 
 def make_embedder(handle, image_size, runtime="auto", backbones_dir=None):
@@ -152,20 +151,22 @@ def make_embedder(handle, image_size, runtime="auto", backbones_dir=None):
     if runtime not in RUNTIMES:
         raise UserError(f"BACKBONE_RUNTIME={runtime} is not one of {', '.join(RUNTIMES)}.")
     use_lite = runtime == "tflite" or (runtime == "auto" and not tf.config.list_physical_devices("GPU"))
+    backbone = None
     if use_lite and backbones_dir is not None:
         path = Path(backbones_dir) / f"{cache_key(handle, image_size)}.tflite"
         try:
-            if not path.exists():
-                print(f"Converting the backbone to TensorFlow Lite (once per backbone) -> {path}")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                convert_to_lite(load_backbone(handle), image_size, path)
-            return LiteEmbedder(path)
+            if path.exists():
+                return LiteEmbedder(path)
+            print(f"Converting the backbone to TensorFlow Lite (once per backbone) -> {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backbone = load_backbone(handle)
+            return convert_to_lite(backbone, image_size, path)
         except Exception as err:  # noqa: BLE001 - any failure: TensorFlow still works
             if runtime == "tflite":
                 raise UserError(f"BACKBONE_RUNTIME=tflite: cannot run {handle} with TFLite: {err}. "
                                 f"Use BACKBONE_RUNTIME=tf.") from err
             print(f"TFLite cannot run this backbone ({type(err).__name__}: {err}); using TensorFlow.")
-    return TFEmbedder(load_backbone(handle))
+    return TFEmbedder(backbone or load_backbone(handle))
 
 
 def extract(embedder, paths, views, image_size, batch_size, desc="Backbone features"):
@@ -188,12 +189,17 @@ class FeatureCache:
         self.runtime, self.backbones_dir = runtime, backbones_dir
         self.dir = Path(cache_dir) / cache_key(handle, image_size)
         self._embedder = None
-        self._rows = {v: {} for v in VIEWS}
+        self._rows = None  # {view: {photo key: features}}, read on first use
         self.computed = 0  # photos whose features this object had to compute (tests read it)
-        for chunk in sorted(self.dir.glob("*.npz")):
-            with np.load(chunk) as npz:
-                view = str(npz["view"])
-                self._rows[view].update(zip(npz["keys"].tolist(), npz["features"]))
+
+    @property
+    def rows(self):
+        if self._rows is None:
+            self._rows = {v: {} for v in VIEWS}
+            for chunk in sorted(self.dir.glob("*.npz")):
+                with np.load(chunk) as npz:
+                    self._rows[str(npz["view"])].update(zip(npz["keys"].tolist(), npz["features"]))
+        return self._rows
 
     @property
     def embedder(self):
@@ -204,16 +210,16 @@ class FeatureCache:
     def get(self, paths, views=("orig",)):
         """{view: float32 array [len(paths), dim]}, computing only what is not cached."""
         keys = [photo_key(p) for p in paths]
-        missing = [i for i, k in enumerate(keys) if any(k not in self._rows[v] for v in views)]
+        missing = [i for i, k in enumerate(keys) if any(k not in self.rows[v] for v in views)]
         if missing:
             todo = [paths[i] for i in missing]
             embedder = self.embedder
             print(f"Computing {'+'.join(views)} features of {len(todo)} photo(s) "
                   f"({len(paths) - len(todo)} cached) with {embedder.name} in {self.dir}")
-            feats = extract(self.embedder, todo, views, self.image_size, self.batch_size)
+            feats = extract(embedder, todo, views, self.image_size, self.batch_size)
             self.computed += len(todo)
             self._save([keys[i] for i in missing], feats)
-        return {v: np.stack([self._rows[v][k] for k in keys]) for v in views}
+        return {v: np.stack([self.rows[v][k] for k in keys]) for v in views}
 
     def _save(self, keys, feats):
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -223,4 +229,4 @@ class FeatureCache:
             with atomic_path(self.dir / f"{view}-{stamp}.npz") as tmp:
                 with open(tmp, "wb") as f:
                     np.savez(f, view=view, keys=np.array(keys), features=array.astype(np.float32))
-            self._rows[view].update(zip(keys, array))
+            self.rows[view].update(zip(keys, array))

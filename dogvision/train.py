@@ -167,7 +167,8 @@ def train_head(cfg, run_dir, train_df, val_df, labels, num_classes):
 
     tf.keras.utils.set_random_seed(cfg.seed)
     with strategy.scope():
-        head = model.build_head(x_train.shape[1], num_classes, cfg, True, cfg.head_learning_rate)
+        head = model.build_head(x_train.shape[1], num_classes, cfg, normalize=True,
+                                learning_rate=cfg.head_learning_rate)
     history = head.fit(feature_dataset(x_train, y_train, num_classes, batch_size, cfg.seed),
                        validation_data=feature_dataset(val_views["orig"], y_val, num_classes, 1024),
                        epochs=cfg.num_epochs, verbose=2, callbacks=callbacks(run_dir, cfg))
@@ -198,7 +199,8 @@ def train_head(cfg, run_dir, train_df, val_df, labels, num_classes):
         x_all = cache.get(list(labels["path"]), ("orig",))["orig"]
         tf.keras.utils.set_random_seed(cfg.seed)
         with strategy.scope():
-            head = model.build_head(x_all.shape[1], num_classes, cfg, True, cfg.head_learning_rate)
+            head = model.build_head(x_all.shape[1], num_classes, cfg, normalize=True,
+                                    learning_rate=cfg.head_learning_rate)
         print(f"Refitting the head on all {len(x_all)} labeled photos for {best_epoch} epochs")
         head.fit(feature_dataset(x_all, labels["label"].values, num_classes, batch_size, cfg.seed),
                  epochs=best_epoch, verbose=2)
