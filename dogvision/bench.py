@@ -124,7 +124,7 @@ def course(args):
     from . import model
 
     cfg = Config(data_dir=args.data_dir, model_handle=args.model_handle, num_images=args.num_images,
-                 full=args.full, num_breeds=args.num_breeds, l2=0.0, dropout=0.0, learning_rate=1e-3)
+                 full=args.full, num_breeds=args.num_breeds, seed=args.seed, l2=0.0, dropout=0.0, learning_rate=1e-3)
     labels, breeds = data.load_labeled(cfg)
     train_df, val_df = data.split(labels, cfg)
     if cfg.full:
@@ -178,7 +178,7 @@ def run_course(cfg, root, full, held_back, breeds):
     seconds, mem, _ = timed([sys.executable, "-m", "dogvision.bench", "course",
                              "--data-dir", str(root), "--model-handle", cfg.model_handle,
                              "--num-images", str(cfg.num_images), "--full", str(int(full)),
-                             "--num-breeds", str(cfg.num_breeds), "--out", out])
+                             "--num-breeds", str(cfg.num_breeds), "--seed", str(cfg.seed), "--out", out])
     row = {"seconds": seconds, "mem": mem, **json.loads(Path(out).read_text())}
     if full:
         row["test_accuracy"], row["test_log_loss"] = score(np.load(out + ".npy"), held_back, breeds)
@@ -193,7 +193,7 @@ def bench(cfg):
     root = BENCH_DIR / "data"
     held_in, held_back, breeds = make_bench_data(cfg, root)
     py = [sys.executable, "-m", "dogvision"]
-    common = ["--model-handle", cfg.model_handle, "--num-breeds", str(cfg.num_breeds),
+    common = ["--model-handle", cfg.model_handle, "--num-breeds", str(cfg.num_breeds), "--seed", str(cfg.seed),
               "--image-size", str(cfg.image_size), "--batch-size", str(cfg.batch_size),
               "--data-dir", str(root), "--submissions-dir", str(BENCH_DIR / "submissions")]
 
@@ -266,6 +266,7 @@ def main():
     c.add_argument("--num-images", type=int, default=1000)
     c.add_argument("--full", type=int, default=0)
     c.add_argument("--num-breeds", type=int, default=120)
+    c.add_argument("--seed", type=int, default=42)
     c.add_argument("--out", required=True)
     f = sub.add_parser("floor", help="the backbone-only rates and the TFLite conversion (used by the bench)")
     f.add_argument("--model-handle", required=True)

@@ -19,10 +19,13 @@ def _umask():
 
 @contextlib.contextmanager
 def atomic_path(path, overwrite=True):
-    """Yield a temporary path next to `path`; move it onto `path` on success."""
+    """Yield a temporary path next to `path`; move it onto `path` on success.
+
+    The temporary name ends like `path` (".weights.h5", ".csv"): savers pick the format from it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:

@@ -266,7 +266,6 @@ def train_end_to_end(cfg, run_dir, train_df, val_df, labels, num_classes):
         tf.keras.utils.set_random_seed(cfg.seed)
         full_model = build_end_to_end(cfg, num_classes, strategy)
         full_model.fit(dataset(labels, True), epochs=metrics["best_epoch"], verbose=2)
-    tmp = run_dir / ".model.tmp.weights.h5"  # save_weights wants the .weights.h5 ending
-    full_model.save_weights(str(tmp))
-    tmp.replace(run_dir / "model.weights.h5")
+    with atomic_path(run_dir / "model.weights.h5") as tmp:
+        full_model.save_weights(str(tmp))
     return metrics
