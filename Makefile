@@ -37,7 +37,7 @@ help: ## list targets and variables
 	@echo "  MODEL_HANDLE=url|folder   TF Hub / Kaggle Models URL or local SavedModel (default: MobileNetV2 130_224 feature vector)"
 	@echo "  KAGGLE_ZIP=path    use this competition archive instead of downloading it"
 	@echo "  TTA=auto|1|0       flip test-time augmentation   CALIBRATE=1  L2=3e-05  DROPOUT=0.2"
-	@echo "  HEAD_LEARNING_RATE=0.01  HEAD_BATCH_SIZE=128   the head on cached features (LEARNING_RATE: end to end)"
+	@echo "  HEAD_LEARNING_RATE=0.03  HEAD_BATCH_SIZE=128   the head on cached features (LEARNING_RATE: end to end)"
 	@echo "  FINE_TUNE=1        backbone in the graph, top FINE_TUNE_LAYERS=20 layers trainable"
 	@echo "  CACHE_FEATURES=0   the course's pipeline: frozen backbone re-run every epoch"
 	@echo "  BACKBONE_RUNTIME=auto|tflite|tf   features with TFLite on CPU-only machines (auto), else TensorFlow"

@@ -47,7 +47,7 @@ class Config:
     patience: int = 3
     learning_rate: float = 1e-3  # end to end (CACHE_FEATURES=0)
     fine_tune_learning_rate: float = 1e-5
-    head_learning_rate: float = 1e-2  # the head on cached features (unit-length inputs)
+    head_learning_rate: float = 3e-2  # the head on cached features; 0.01: same log loss, 2.5x the epochs
     head_batch_size: int = 128  # ditto: its steps cost microseconds, so fewer, larger ones
     l2: float = 3e-5  # weight decay on the head's kernel
     dropout: float = 0.2  # on the backbone's features
