@@ -10,7 +10,7 @@ import pytest
 from conftest import BREEDS, REPO, base_args
 
 
-def test_bench_data_holds_labels_back(prepared, tiny_model):
+def test_bench_data_holds_labels_back(prepared):
     from dogvision.bench import make_bench_data
     from dogvision.config import Config
 
