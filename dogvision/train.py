@@ -165,10 +165,13 @@ def train_head(cfg, run_dir, train_df, val_df, labels, num_classes):
     val_views = cache.get(list(val_df["path"]), ("orig", "flip") if use_flip else ("orig",))
     y_train, y_val = train_df["label"].values, val_df["label"].values
 
-    tf.keras.utils.set_random_seed(cfg.seed)
-    with strategy.scope():
-        head = model.build_head(x_train.shape[1], num_classes, cfg, normalize=True,
-                                learning_rate=cfg.head_learning_rate)
+    def new_head():  # seeded, so the refit starts where the split's run started
+        tf.keras.utils.set_random_seed(cfg.seed)
+        with strategy.scope():
+            return model.build_head(x_train.shape[1], num_classes, cfg, normalize=True,
+                                    learning_rate=cfg.head_learning_rate)
+
+    head = new_head()
     history = head.fit(feature_dataset(x_train, y_train, num_classes, batch_size, cfg.seed),
                        validation_data=feature_dataset(val_views["orig"], y_val, num_classes, 1024),
                        epochs=cfg.num_epochs, verbose=2, callbacks=callbacks(run_dir, cfg))
@@ -197,10 +200,7 @@ def train_head(cfg, run_dir, train_df, val_df, labels, num_classes):
 
     if cfg.full:  # refit on every labeled photo with the chosen epochs and temperature
         x_all = cache.get(list(labels["path"]), ("orig",))["orig"]
-        tf.keras.utils.set_random_seed(cfg.seed)
-        with strategy.scope():
-            head = model.build_head(x_all.shape[1], num_classes, cfg, normalize=True,
-                                    learning_rate=cfg.head_learning_rate)
+        head = new_head()
         print(f"Refitting the head on all {len(x_all)} labeled photos for {best_epoch} epochs")
         head.fit(feature_dataset(x_all, labels["label"].values, num_classes, batch_size, cfg.seed),
                  epochs=best_epoch, verbose=2)
